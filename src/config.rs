@@ -49,6 +49,10 @@ pub struct Config {
     #[serde(default = "default_server_conf")]
     pub server: ServerConf,
     /// Address of the proxy listener, for example `0.0.0.0:8030`.
+    #[serde(rename = "listen")]
+    listen_text: String,
+    /// `listen` parsed; set by validation.
+    #[serde(skip, default = "unspecified_addr")]
     pub listen: SocketAddr,
     /// The FE nodes and how to reach them.
     pub fe: FeConfig,
@@ -224,7 +228,25 @@ pub enum ErrorStatus {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
+    #[serde(rename = "listen")]
+    listen_text: String,
+    /// `listen` parsed; set by validation.
+    #[serde(skip, default = "unspecified_addr")]
     pub listen: SocketAddr,
+}
+
+fn unspecified_addr() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 0))
+}
+
+fn parse_socket_addr(key: &'static str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse().map_err(|_| {
+        ConfigError::invalid(
+            key,
+            text,
+            "is not an ip:port socket address, for example `127.0.0.1:8030`",
+        )
+    })
 }
 
 fn default_server_conf() -> ServerConf {
@@ -288,7 +310,7 @@ impl Config {
     /// Parses and validates config text; relative paths are resolved against `base_dir`.
     pub fn parse(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
         let mut config: Config = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: PathBuf::from("<text>"),
+            path: base_dir.to_path_buf(),
             message: e.to_string(),
         })?;
         config.base_dir = if base_dir.as_os_str().is_empty() {
@@ -302,6 +324,10 @@ impl Config {
         }
         if config.server.graceful_shutdown_timeout_seconds.is_none() {
             config.server.graceful_shutdown_timeout_seconds = Some(5);
+        }
+        config.listen = parse_socket_addr("listen", &config.listen_text)?;
+        if let Some(metrics) = &mut config.metrics {
+            metrics.listen = parse_socket_addr("metrics.listen", &metrics.listen_text)?;
         }
         if let TokenConfig::VersionFile(file) = &config.small_file.token {
             config.small_file.token = TokenConfig::VersionFile(config.resolve(file));
