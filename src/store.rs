@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use md5::{Digest, Md5};
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::{Path, PathPart};
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutPayload, RetryConfig};
+use object_store::{
+    ClientConfigKey, ObjectStore, ObjectStoreExt, PutMode, PutPayload, RetryConfig,
+};
 
 use crate::config::{ConfigError, S3Config};
 use crate::metrics::Metrics;
@@ -333,16 +335,21 @@ fn build_s3(
     // The whole request path has its own timeout, so object_store's defaults (30 s per
     // request, 10 retries) would only hide an outage. One quick retry covers a stale
     // pooled connection.
-    let options = ClientOptions::new()
-        .with_timeout(timeout)
-        .with_connect_timeout(timeout);
+    // Set key by key: `with_client_options` would replace the client options, and with
+    // them `allow_http` and what `from_env` read.
+    let millis = format!("{}ms", timeout.as_millis());
+    builder = builder
+        .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), &millis)
+        .with_config(
+            AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+            &millis,
+        );
     let retry = RetryConfig {
         max_retries: 1,
         retry_timeout: timeout,
         ..Default::default()
     };
     builder
-        .with_client_options(options)
         .with_retry(retry)
         .build()
         .map_err(|e| ConfigError::Invalid {
