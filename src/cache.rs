@@ -123,6 +123,9 @@ impl FileCache {
     /// Looks `id` up, loading it on a miss. Concurrent misses for one id share one load,
     /// and every one of them gets its result; a failed load is not cached.
     pub async fn get(&self, id: i64) -> Result<Lookup, LoadError> {
+        if let Some(loaded) = self.files.get(&id).await {
+            return Ok(Lookup::Hit(loaded.file));
+        }
         if self.missing.contains_key(&id) {
             return Err(LoadError::NotFound);
         }

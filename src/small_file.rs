@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{Method, StatusCode, header};
+use http::{HeaderValue, Method, StatusCode, header};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 
@@ -28,6 +28,9 @@ const MISSING_PARAMETER: &str = "Missing parameter. Need token and file id";
 const INVALID_TOKEN: &str = "Invalid token";
 const NOT_FOUND: &str = "File not found or is not content";
 const INTERNAL_ERROR: &str = "Failed to get small file, please retry later";
+
+const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
+const JSON_UTF8: HeaderValue = HeaderValue::from_static("application/json;charset=UTF-8");
 
 /// Returns whether a request is for this endpoint: GET or HEAD on exactly [`SMALL_FILE_PATH`].
 pub fn is_small_file_request(req: &RequestHeader) -> bool {
@@ -172,11 +175,7 @@ impl SmallFileHandler {
         };
         let body = Bytes::from(error_body(kind, text));
         let mut header = new_header(status);
-        insert(
-            &mut header,
-            header::CONTENT_TYPE,
-            b"application/json;charset=UTF-8",
-        );
+        insert(&mut header, header::CONTENT_TYPE, JSON_UTF8);
         set_length(&mut header, body.len());
         SmallFileResponse {
             header,
@@ -188,7 +187,6 @@ impl SmallFileHandler {
 
 /// The 200 answer with the file, or a 304 when `If-None-Match` names its ETag.
 fn file_response(file: &SmallFile, req: &RequestHeader, outcome: Outcome) -> SmallFileResponse {
-    let etag = format!("\"{}\"", file.md5);
     let not_modified = req
         .headers
         .get_all(header::IF_NONE_MATCH)
@@ -197,7 +195,7 @@ fn file_response(file: &SmallFile, req: &RequestHeader, outcome: Outcome) -> Sma
 
     if not_modified {
         let mut header = new_header(StatusCode::NOT_MODIFIED);
-        insert(&mut header, header::ETAG, etag.as_bytes());
+        insert(&mut header, header::ETAG, file.etag.clone());
         return SmallFileResponse {
             header,
             body: Bytes::new(),
@@ -206,18 +204,13 @@ fn file_response(file: &SmallFile, req: &RequestHeader, outcome: Outcome) -> Sma
     }
 
     let mut header = new_header(StatusCode::OK);
-    insert(
-        &mut header,
-        header::CONTENT_TYPE,
-        b"application/octet-stream",
-    );
-    let disposition = format!("attachment;fileName={}", header_safe_name(&file.name));
+    insert(&mut header, header::CONTENT_TYPE, OCTET_STREAM);
     insert(
         &mut header,
         header::CONTENT_DISPOSITION,
-        disposition.as_bytes(),
+        file.content_disposition.clone(),
     );
-    insert(&mut header, header::ETAG, etag.as_bytes());
+    insert(&mut header, header::ETAG, file.etag.clone());
     set_length(&mut header, file.bytes.len());
     SmallFileResponse {
         header,
@@ -238,13 +231,6 @@ fn etag_matches(value: &[u8], md5: &str) -> bool {
     })
 }
 
-/// Replaces control characters (CR and LF included) so the name cannot break the header.
-fn header_safe_name(name: &str) -> String {
-    name.chars()
-        .map(|c| if c.is_control() { '_' } else { c })
-        .collect()
-}
-
 fn new_header(status: StatusCode) -> ResponseHeader {
     // Built from `http` parts because that conversion cannot fail, unlike `build`.
     let (mut parts, ()) = http::Response::new(()).into_parts();
@@ -252,16 +238,9 @@ fn new_header(status: StatusCode) -> ResponseHeader {
     ResponseHeader::from(parts)
 }
 
-fn insert(header: &mut ResponseHeader, name: header::HeaderName, value: &[u8]) {
-    match http::HeaderValue::from_bytes(value) {
-        Ok(value) => {
-            // Inserting a valid name and value into a response header does not fail.
-            let _ = header.insert_header(name, value);
-        }
-        Err(_) => {
-            log::error!("dropping response header {name}: the value is not a valid header value")
-        }
-    }
+fn insert(header: &mut ResponseHeader, name: header::HeaderName, value: HeaderValue) {
+    // Inserting a valid name and value into a response header does not fail.
+    let _ = header.insert_header(name, value);
 }
 
 fn set_length(header: &mut ResponseHeader, len: usize) {
@@ -321,10 +300,17 @@ mod tests {
 
     #[test]
     fn names_lose_control_characters() {
-        assert_eq!(header_safe_name("a\r\nb\tc\u{7f}"), "a__b_c_");
+        let file = SmallFile::new("a\r\nb\tc\u{7f}", Bytes::new());
+        assert_eq!(file.content_disposition, "attachment;fileName=a__b_c_");
+        let file = SmallFile::new("client keystore.jks", Bytes::new());
         assert_eq!(
-            header_safe_name("client keystore.jks"),
-            "client keystore.jks"
+            file.content_disposition,
+            "attachment;fileName=client keystore.jks"
+        );
+        let file = SmallFile::new("证书.pem", Bytes::new());
+        assert_eq!(
+            file.content_disposition.as_bytes(),
+            "attachment;fileName=证书.pem".as_bytes()
         );
     }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::HeaderValue;
 use md5::{Digest, Md5};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
@@ -28,16 +29,35 @@ pub struct SmallFile {
     pub bytes: Bytes,
     /// Lowercase hex MD5 of `bytes`, the value a BE compares and the ETag.
     pub md5: String,
+    /// `"<md5>"`, ready to send as the `ETag` header.
+    pub etag: HeaderValue,
+    /// `attachment;fileName=<name>` as the FE writes it, with control characters (CR and LF
+    /// included) replaced by `_` so that the name cannot break the header.
+    pub content_disposition: HeaderValue,
 }
 
 impl SmallFile {
-    /// Builds a file and computes its MD5.
+    /// Builds a file, computes its MD5 and the header values it is served with.
     pub fn new(name: impl Into<String>, bytes: Bytes) -> SmallFile {
+        let name = name.into();
         let md5 = md5_hex(&bytes);
+        let etag = HeaderValue::from_str(&format!("\"{md5}\""))
+            .unwrap_or_else(|_| HeaderValue::from_static(""));
+        let safe_name: String = name
+            .chars()
+            .map(|c| if c.is_control() { '_' } else { c })
+            .collect();
+        // Every byte of `safe_name` is allowed in a header value: no control characters
+        // remain, and bytes of non-ASCII characters are `obs-text`.
+        let content_disposition =
+            HeaderValue::from_bytes(format!("attachment;fileName={safe_name}").as_bytes())
+                .unwrap_or_else(|_| HeaderValue::from_static("attachment"));
         SmallFile {
-            name: name.into(),
+            name,
             bytes,
             md5,
+            etag,
+            content_disposition,
         }
     }
 }
