@@ -12,6 +12,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use pingora_load_balancing::LoadBalancer;
 use pingora_load_balancing::selection::RoundRobin;
+use pingora::modules::http::HttpModules;
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access_log::{AccessLog, redact_token};
@@ -98,6 +99,10 @@ impl ProxyHttp for FeProxy {
             local: false,
         }
     }
+
+    /// Adds no module: Pingora's default adds a disabled compression module, which costs an
+    /// allocation per request and would never compress anything here.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.started = Instant::now();
