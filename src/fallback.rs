@@ -88,7 +88,18 @@ impl FeFallback {
     }
 
     async fn fetch_from_any(&self, id: i64) -> Result<Option<SmallFile>, FallbackError> {
-        let candidates = self.healthy_backends();
+        let mut candidates = self.healthy_backends();
+        if candidates.is_empty() {
+            // Every FE failed its last check. A check can fail on a loaded host while the
+            // FE still serves, and this fetch has its own timeout, so try them all.
+            candidates = self
+                .backends
+                .backends()
+                .get_backend()
+                .iter()
+                .filter_map(|backend| backend.addr.as_inet().copied())
+                .collect();
+        }
         let mut last_error = FallbackError::NoBackend { id };
         for fe in candidates {
             match self.fetch_from(fe, id).await {

@@ -357,12 +357,19 @@ fn build_s3(
     // pooled connection.
     // Set key by key: `with_client_options` would replace the client options, and with
     // them `allow_http` and what `from_env` read.
-    let millis = format!("{}ms", timeout.as_millis());
+    // `FileStore::timed` ends a slow call and counts it as a timeout, so the client's own
+    // request timeout is only a backstop at twice that. They are set key by key because
+    // `with_client_options` would replace `allow_http` and what `from_env` read.
+    let timeout_text = format!("{}ms", timeout.as_millis());
+    let backstop_text = format!("{}ms", timeout.as_millis().saturating_mul(2));
     builder = builder
-        .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), &millis)
+        .with_config(
+            AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
+            &backstop_text,
+        )
         .with_config(
             AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
-            &millis,
+            &timeout_text,
         );
     let retry = RetryConfig {
         max_retries: 1,

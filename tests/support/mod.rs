@@ -19,10 +19,16 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod cases;
+pub mod checks;
 pub mod fake_fe;
 pub mod http;
+pub mod load;
 pub mod proxy;
+pub mod relay;
 pub mod s3;
+pub mod scripted_fe;
+pub mod second_proxy;
+pub mod streaming;
 
 pub use fake_fe::{FakeFe, FakeFeBuilder, FeHealth, RecordedRequest};
 pub use http::{
