@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use pingora_load_balancing::LoadBalancer;
 use pingora_load_balancing::selection::RoundRobin;
-use pingora::modules::http::HttpModules;
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access_log::{AccessLog, redact_token};
@@ -149,13 +149,15 @@ impl ProxyHttp for FeProxy {
             return Ok(());
         };
         let client = client.to_string();
-        let forwarded_for = match upstream_request.headers.get("x-forwarded-for") {
-            Some(previous) => {
-                let previous = String::from_utf8_lossy(previous.as_bytes());
-                format!("{previous}, {client}")
-            }
-            None => client.clone(),
-        };
+        // A client may send the header more than once; every field is part of the list.
+        let mut forwarded_for: Vec<String> = upstream_request
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|previous| String::from_utf8_lossy(previous.as_bytes()).into_owned())
+            .collect();
+        forwarded_for.push(client.clone());
+        let forwarded_for = forwarded_for.join(", ");
         upstream_request.insert_header("X-Forwarded-For", forwarded_for)?;
         upstream_request.insert_header("X-Real-IP", client)?;
         Ok(())
@@ -191,6 +193,8 @@ impl ProxyHttp for FeProxy {
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
             ErrorType::ConnectNoRoute => 502,
+            // As nginx does: the FE was reached or chosen, but did not answer in time.
+            ErrorType::ReadTimedout | ErrorType::ConnectTimedout => 504,
             _ => match e.esource() {
                 ErrorSource::Upstream => 502,
                 ErrorSource::Downstream => match e.etype() {

@@ -23,7 +23,8 @@ use std::time::Duration;
 /// Path of the health endpoint that the proxy's health check requests.
 const HEALTH_PATH: &str = "/api/health";
 
-/// Largest request head read: 1 MiB, the request head limit of Pingora 0.9's HTTP/1 server.
+/// Largest request head read: 1 MiB, about the request head limit of Pingora 0.9's HTTP/1
+/// server.
 const MAX_HEAD_BYTES: usize = 1024 * 1024;
 
 /// How often the accept loop checks whether it should stop.
@@ -329,7 +330,8 @@ fn invalid(message: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message.to_string())
 }
 
-/// Reads one request head; `None` when the peer closed the connection between requests.
+/// Reads one request head, or returns `None` when the peer closed the connection between
+/// requests.
 fn read_head(
     reader: &mut impl BufRead,
     connection: usize,

@@ -2,9 +2,9 @@
 //! process as Linux reports them in `/proc/<pid>`.
 //!
 //! [`stream_get`] hands a response body to a callback one read at a time, and
-//! [`stream_upload`] writes a generated request body block by block, so a test can move
-//! gigabytes through the proxy while it samples the proxy's resident memory with
-//! [`RssSampler`].
+//! [`stream_upload`] writes a generated request body block by block. With them a test can
+//! move gigabytes through the proxy while [`RssSampler`] samples the proxy's resident
+//! memory.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -56,7 +56,7 @@ pub struct RssSampler {
 }
 
 impl RssSampler {
-    /// Starts sampling `pid`; panics if the process has no `VmRSS`.
+    /// Starts sampling `pid`. Panics if the process has no `VmRSS`.
     pub fn start(pid: u32) -> RssSampler {
         let first = vm_rss_bytes(pid)
             .unwrap_or_else(|| panic!("process {pid} has no VmRSS in /proc/{pid}/status"));
@@ -173,8 +173,8 @@ pub fn stream_get(
 
 /// Sends `{method} {target}` with a body of `len` bytes made by `byte_at(offset)`, written
 /// block by block, then reads the response. With `chunked` the body goes in chunked
-/// transfer coding, one chunk per block; otherwise with `Content-Length`. `timeout` bounds
-/// the connect, each write and the wait for the response.
+/// transfer coding, one chunk per block, and otherwise with `Content-Length`. `timeout`
+/// bounds the connect, each write and the wait for the response.
 pub fn stream_upload(
     addr: SocketAddr,
     method: &str,
@@ -206,13 +206,29 @@ pub fn stream_upload(
         if chunked {
             block.extend_from_slice(b"\r\n");
         }
-        connection.write(&block)?;
+        if let Err(e) = connection.write(&block) {
+            return Err(body_write_error(&mut connection, offset, e));
+        }
         offset = end;
     }
     if chunked {
         connection.write(b"0\r\n\r\n")?;
     }
     connection.read_response(false)
+}
+
+/// Describes a failed body write, with the response the server sent before it stopped
+/// reading, if one can still be read.
+fn body_write_error(connection: &mut RawConnection, offset: u64, error: io::Error) -> io::Error {
+    let message = match connection.read_response(false) {
+        Ok(response) => format!(
+            "writing the body failed at byte {offset}: {error}; the server had responded {} {}",
+            response.status,
+            response.body_text()
+        ),
+        Err(_) => format!("writing the body failed at byte {offset}: {error}"),
+    };
+    io::Error::new(error.kind(), message)
 }
 
 fn set_remaining_timeout(stream: &TcpStream, deadline: Instant) -> io::Result<()> {
