@@ -72,16 +72,23 @@ impl FeProxy {
     /// Picks the next healthy backend in round-robin order that has not failed to connect
     /// for this request.
     fn select_backend(&self, ctx: &RequestCtx) -> Option<SocketAddr> {
-        let count = self.backends.backends().get_backend().len().max(1);
+        let backends = self.backends.backends();
+        if !ctx.failed.is_empty() {
+            // A retry takes the next healthy backend in address order without moving the
+            // round-robin position. Otherwise every retry would move it on, and with one dead
+            // backend out of two, every request's first attempt would go to the dead one.
+            return backends
+                .get_backend()
+                .iter()
+                .filter(|backend| backends.ready(backend))
+                .filter_map(|backend| backend.addr.as_inet().copied())
+                .find(|addr| !ctx.failed.contains(addr));
+        }
+
+        let count = backends.get_backend().len().max(1);
         let backend = self
             .backends
-            .select_with(b"", count * 2, |backend, healthy| {
-                healthy
-                    && backend
-                        .addr
-                        .as_inet()
-                        .is_some_and(|addr| !ctx.failed.contains(addr))
-            })?;
+            .select_with(b"", count * 2, |_backend, healthy| healthy)?;
         backend.addr.as_inet().copied()
     }
 }
