@@ -16,7 +16,7 @@ pub struct AccessLog {
 
 impl AccessLog {
     /// Writes `client method target status bytes duration upstream` for one request.
-    /// `upstream` is `local` for answers the proxy wrote itself and `-` when no FE was chosen.
+    /// `upstream` is `local` for responses the proxy wrote itself and `-` when no FE was chosen.
     pub fn write(
         &self,
         session: &Session,

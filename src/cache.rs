@@ -1,8 +1,8 @@
 //! The small-file cache: bounded in bytes, with a time-to-live, single-flight loads and
 //! short-lived negative entries for ids that have no file.
 //!
-//! Content under a file id never changes in Doris (a changed file gets a new id), so a
-//! cached file is never stale; the time-to-live only returns memory of dropped files.
+//! Content under a file id never changes in Doris, because a changed file gets a new id.
+//! So a cached file is never stale, and the time-to-live only returns memory of dropped files.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +18,7 @@ use crate::store::SmallFile;
 /// entry's own bookkeeping (key, `Arc`s, moka's node), so that many tiny files are bounded too.
 const ENTRY_OVERHEAD_BYTES: u64 = 256;
 
-/// Where a loaded file came from.
+/// The source of a loaded file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
     Store,
@@ -32,13 +32,13 @@ pub struct Loaded {
     pub origin: Origin,
 }
 
-/// Why a load gave no file.
+/// The reason a load gave no file.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LoadError {
     /// Neither the store nor an FE has a file under the id.
     #[error("file not found")]
     NotFound,
-    /// The store holds a bad object for the id (two objects, or one over the size limit).
+    /// The store contains a bad object for the id (two objects, or one over the size limit).
     #[error("{0}")]
     Invalid(String),
     /// Store and FE failed or timed out.
@@ -52,7 +52,7 @@ pub trait Loader: Send + Sync {
     async fn load(&self, id: i64) -> Result<Loaded, LoadError>;
 }
 
-/// The answer of a cache lookup.
+/// The result of a cache lookup.
 #[derive(Debug, Clone)]
 pub enum Lookup {
     /// Found in the cache, or loaded by another request that this one waited for.

@@ -160,13 +160,13 @@ pub struct SmallFileConfig {
     pub error_status: ErrorStatus,
 }
 
-/// Where the cluster token comes from. Exactly one key.
+/// The source of the cluster token. Exactly one key.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum TokenConfig {
     /// The token itself.
     Value(String),
-    /// The name of an environment variable that holds the token.
+    /// The name of an environment variable that contains the token.
     Env(String),
     /// The FE's `image/VERSION` file; the token is its `token` property.
     VersionFile(PathBuf),
@@ -213,7 +213,7 @@ impl Default for CacheConfig {
     }
 }
 
-/// How errors of the small-file endpoint map to HTTP statuses.
+/// The mapping of small-file errors to HTTP statuses.
 #[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorStatus {

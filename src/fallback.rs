@@ -75,7 +75,7 @@ impl FeFallback {
         })
     }
 
-    /// Fetches `id` from the healthy FEs in turn until one gives a definite answer.
+    /// Fetches `id` from the healthy FEs in turn until one sends a definite response.
     /// `Ok(None)` is the FE's "File not found or is not content".
     pub async fn fetch(&self, id: i64) -> Result<Option<SmallFile>, FallbackError> {
         match tokio::time::timeout(self.timeout, self.fetch_from_any(id)).await {
@@ -110,7 +110,7 @@ impl FeFallback {
         Err(last_error)
     }
 
-    /// Every healthy backend once, starting at the round-robin position.
+    /// Lists every healthy backend once, starting at the round-robin position.
     fn healthy_backends(&self) -> Vec<SocketAddr> {
         let count = self.backends.backends().get_backend().len();
         let mut found: Vec<SocketAddr> = Vec::with_capacity(count);
@@ -184,7 +184,7 @@ impl FeFallback {
     }
 }
 
-/// A 200 without `Content-Disposition` is the FE's JSON error envelope.
+/// Reads a 200 without `Content-Disposition`, which is the FE's JSON error envelope.
 fn interpret_error_envelope(
     id: i64,
     fe: SocketAddr,

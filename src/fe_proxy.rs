@@ -1,4 +1,4 @@
-//! The `ProxyHttp` service: answers `/api/get_small_file` locally and forwards every other
+//! The `ProxyHttp` service: serves `/api/get_small_file` locally and forwards every other
 //! request to a healthy FE, as the client sent it.
 
 use std::net::SocketAddr;
@@ -35,7 +35,7 @@ pub struct UpstreamOptions {
 /// Per-request state.
 pub struct RequestCtx {
     started: Instant,
-    /// The FE this request went to last, `None` while it is answered locally.
+    /// The FE this request went to last, `None` while it is served locally.
     upstream: Option<SocketAddr>,
     /// Backends whose connect failed for this request, skipped on retry.
     failed: Vec<SocketAddr>,
@@ -113,7 +113,7 @@ impl ProxyHttp for FeProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.started = Instant::now();
-        // Pingora keeps a reused HTTP/1.1 connection open forever unless told otherwise.
+        // Pingora keeps a reused HTTP/1.1 connection open forever unless a keep-alive timeout is set.
         session.set_keepalive(Some(self.options.downstream_keepalive_seconds));
         let handled = self.handler.handle(session).await?;
         ctx.local = handled;
@@ -200,7 +200,7 @@ impl ProxyHttp for FeProxy {
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
             ErrorType::ConnectNoRoute => 502,
-            // As nginx does: the FE was reached or chosen, but did not answer in time.
+            // As nginx does: the FE was reached or chosen, but did not respond in time.
             ErrorType::ReadTimedout | ErrorType::ConnectTimedout => 504,
             _ => match e.esource() {
                 ErrorSource::Upstream => 502,
@@ -215,14 +215,14 @@ impl ProxyHttp for FeProxy {
             ErrorType::ConnectNoRoute => "no healthy FE backend",
             ErrorType::ConnectTimedout => "connecting to the FE timed out",
             ErrorType::ConnectRefused => "the FE refused the connection",
-            ErrorType::ReadTimedout => "the FE did not answer in time",
+            ErrorType::ReadTimedout => "the FE did not respond in time",
             _ if code == 502 => "the FE connection failed",
             _ => "the request failed",
         };
         if code > 0 && session.response_written().is_none() {
             let body = Bytes::from(format!("{{\"error\":\"{reason}\",\"status\":{code}}}"));
             if let Err(write_error) = write_json_error(session, code, body).await {
-                log::debug!("cannot send the {code} answer to the client: {write_error}");
+                log::debug!("failed to send the {code} response to the client: {write_error}");
             }
         }
         FailToProxy {

@@ -9,7 +9,7 @@ use unicode_general_category::{GeneralCategory, get_general_category};
 /// such as Arabic-Indic `١` or full-width `１`, by its digit value, and so does this parser.
 /// Returns `None` for anything else, overflow included.
 ///
-/// NOTE: the Nd table is Unicode 16. Java 8 knows Unicode 6.2 and Java 17 Unicode 13, so
+/// NOTE: the Nd table is Unicode 16. Java 8 implements Unicode 6.2 and Java 17 Unicode 13, so
 /// digits of scripts added since then parse here but not on those FEs. No Doris client
 /// sends them.
 pub fn parse_file_id(text: &str) -> Option<i64> {

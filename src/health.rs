@@ -12,7 +12,7 @@ use pingora_load_balancing::health_check::HealthCheck;
 use crate::config::HealthCheckConfig;
 use crate::metrics::Metrics;
 
-/// Largest health answer read; the FE's is about 100 bytes.
+/// Largest health response body read; the FE's is about 100 bytes.
 const MAX_HEALTH_BODY_BYTES: usize = 64 * 1024;
 
 /// Checks one FE with an HTTP request and logs every change of its health.

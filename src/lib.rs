@@ -1,4 +1,4 @@
-//! doris-fe-proxy: a Pingora proxy in front of an Apache Doris FE cluster that answers
+//! doris-fe-proxy: a Pingora proxy in front of an Apache Doris FE cluster that serves
 //! `GET /api/get_small_file` from a store with an in-memory cache and forwards every other
 //! request to the FEs.
 //!

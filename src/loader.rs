@@ -110,7 +110,7 @@ impl StoreLoader {
 #[async_trait]
 impl Loader for StoreLoader {
     async fn load(&self, id: i64) -> Result<Loaded, LoadError> {
-        // FE ids are positive; the FE answers "not found" for every negative id.
+        // FE ids are positive; the FE returns "not found" for every negative id.
         if id < 0 {
             return Err(LoadError::NotFound);
         }

@@ -20,7 +20,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 /// Outcomes of a small-file request, the values of the `outcome` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Served from the cache (304 answers included).
+    /// Served from the cache (304 responses included).
     Hit,
     /// Loaded from the store, then served.
     MissStore,
@@ -29,7 +29,7 @@ pub enum Outcome {
     NotFound,
     BadRequest,
     InvalidToken,
-    /// Store and FE failed, or the store holds a bad object.
+    /// Store and FE failed, or the store contains a bad object.
     Error,
 }
 

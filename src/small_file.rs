@@ -1,4 +1,4 @@
-//! The `/api/get_small_file` handler, answering in place of the FE.
+//! The `/api/get_small_file` handler, serving in place of the FE.
 //!
 //! The steps run in the FE's order: parse the query, check the token, parse the file id,
 //! look the file up, respond. Any `ProxyHttp::request_filter` can call
@@ -74,7 +74,7 @@ pub struct SmallFileResponse {
     pub outcome: Outcome,
 }
 
-/// Answers `/api/get_small_file` from a [`FileCache`].
+/// Serves `/api/get_small_file` from a [`FileCache`].
 pub struct SmallFileHandler {
     token: Arc<ClusterToken>,
     cache: Arc<FileCache>,
@@ -97,7 +97,7 @@ impl SmallFileHandler {
         }
     }
 
-    /// Answers the request if it is for this endpoint and returns `true`; returns `false`
+    /// Responds to the request if it is for this endpoint and returns `true`; returns `false`
     /// without touching the session otherwise. The response keeps the connection alive.
     pub async fn handle(&self, session: &mut Session) -> pingora::Result<bool> {
         if !is_small_file_request(session.req_header()) {
@@ -185,7 +185,7 @@ impl SmallFileHandler {
     }
 }
 
-/// The 200 answer with the file, or a 304 when `If-None-Match` names its ETag.
+/// Builds the 200 response with the file, or a 304 when `If-None-Match` names its ETag.
 fn file_response(file: &SmallFile, req: &RequestHeader, outcome: Outcome) -> SmallFileResponse {
     let not_modified = req
         .headers
