@@ -140,7 +140,12 @@ impl FeFallback {
             .append_pair("token", &token)
             .finish();
         let url = format!("http://{fe}/api/get_small_file?{query}");
-        let request_error = |source: reqwest::Error| FallbackError::Request { id, fe, source };
+        // reqwest puts the request URL, token included, into its error messages.
+        let request_error = |source: reqwest::Error| FallbackError::Request {
+            id,
+            fe,
+            source: source.without_url(),
+        };
         let mut response = self.client.get(url).send().await.map_err(request_error)?;
 
         let status = response.status();
