@@ -800,6 +800,13 @@ fn failed_connect_retried_on_other_fe() {
         retried > 0,
         "round robin never picked the dead backend, so nothing was retried"
     );
+    // Round robin alternates between the two backends, so about half of the requests go to
+    // the dead one first. If a retry moved the round-robin position, every request would.
+    let total = 2 * requests;
+    assert!(
+        retried <= total * 3 / 4,
+        "{retried} of {total} requests went to the dead backend first"
+    );
     let failed: Vec<&str> = log
         .lines()
         .filter(|l| l.contains(" ERROR ") || l.contains("status: 502") || l.contains("panicked"))
