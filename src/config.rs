@@ -259,6 +259,41 @@ fn default_server_conf() -> ServerConf {
     conf
 }
 
+/// Returns the keys of the document's `server` section, or `None` without one. A key that
+/// Pingora's `ServerConf` does not have is an error: Pingora itself would ignore it.
+fn server_keys(document: &serde_yaml::Value) -> Result<Option<Vec<String>>, ConfigError> {
+    let Some(section) = document.get("server") else {
+        return Ok(None);
+    };
+    let Some(section) = section.as_mapping() else {
+        // serde reports the wrong type with its position.
+        return Ok(None);
+    };
+    let known = match serde_yaml::to_value(ServerConf::default()) {
+        Ok(serde_yaml::Value::Mapping(known)) => known,
+        _ => return Ok(None),
+    };
+    let mut keys = Vec::with_capacity(section.len());
+    for key in section.keys() {
+        let name = match key.as_str() {
+            Some(name) => name.to_string(),
+            None => serde_yaml::to_string(key)
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        };
+        if !known.contains_key(key) {
+            return Err(ConfigError::invalid(
+                "server",
+                name,
+                "is not a Pingora server setting",
+            ));
+        }
+        keys.push(name);
+    }
+    Ok(Some(keys))
+}
+
 fn default_true() -> bool {
     true
 }
@@ -309,16 +344,25 @@ impl Config {
 
     /// Parses and validates config text; relative paths are resolved against `base_dir`.
     pub fn parse(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
-        let mut config: Config = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+        let parse_error = |e: serde_yaml::Error| ConfigError::Parse {
             path: base_dir.to_path_buf(),
             message: e.to_string(),
-        })?;
+        };
+        // Parsed from the text, not from a `Value`, so that serde's messages name the key
+        // path and the line.
+        let mut config: Config = serde_yaml::from_str(text).map_err(parse_error)?;
+        let document: serde_yaml::Value = serde_yaml::from_str(text).map_err(parse_error)?;
+        let server_keys = server_keys(&document)?;
         config.base_dir = if base_dir.as_os_str().is_empty() {
             PathBuf::from(".")
         } else {
             base_dir.to_path_buf()
         };
-        // The YAML grace periods override the defaults only where they are set.
+        // Pingora fills a `server` section's missing keys with its own defaults, so the
+        // defaults of this file apply only where the section leaves a key out.
+        if server_keys.is_some_and(|keys| !keys.iter().any(|key| key == "threads")) {
+            config.server.threads = default_server_conf().threads;
+        }
         if config.server.grace_period_seconds.is_none() {
             config.server.grace_period_seconds = Some(5);
         }
@@ -332,8 +376,18 @@ impl Config {
         if let TokenConfig::VersionFile(file) = &config.small_file.token {
             config.small_file.token = TokenConfig::VersionFile(config.resolve(file));
         }
+        config.server.pid_file = config.resolve_text(&config.server.pid_file);
+        config.server.upgrade_sock = config.resolve_text(&config.server.upgrade_sock);
+        if let Some(error_log) = &config.server.error_log {
+            config.server.error_log = Some(config.resolve_text(error_log));
+        }
         config.validate()?;
         Ok(config)
+    }
+
+    /// Resolves a path given as text (a Pingora setting) against the config file's folder.
+    fn resolve_text(&self, path: &str) -> String {
+        self.resolve(Path::new(path)).to_string_lossy().into_owned()
     }
 
     /// Resolves a path from the file against the config file's folder.
@@ -516,6 +570,23 @@ small_file:
         assert_eq!(config.server.threads, 4);
         assert_eq!(config.server.grace_period_seconds, Some(1));
         assert_eq!(config.server.graceful_shutdown_timeout_seconds, Some(5));
+    }
+
+    #[test]
+    fn server_section_without_threads_keeps_default() {
+        let text = format!("server:\n  pid_file: run/proxy.pid\n{MINIMAL}");
+        let config = parse(&text).unwrap();
+        assert_eq!(config.server.threads, 2);
+        assert_eq!(config.server.pid_file, "/etc/doris-fe-proxy/run/proxy.pid");
+        assert_eq!(config.server.upgrade_sock, "/tmp/pingora_upgrade.sock");
+    }
+
+    #[test]
+    fn unknown_server_key_named() {
+        let text = format!("server:\n  thredas: 4\n{MINIMAL}");
+        let message = error_text(&text);
+        assert!(message.contains("`server`"), "{message}");
+        assert!(message.contains("thredas"), "{message}");
     }
 
     #[test]

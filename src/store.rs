@@ -354,12 +354,10 @@ fn build_s3(
 
     // The whole request path has its own timeout, so object_store's defaults (30 s per
     // request, 10 retries) would only hide an outage. One quick retry covers a stale
-    // pooled connection.
+    // pooled connection. `FileStore::timed` ends a slow call and counts it as a timeout, so
+    // the client's own request timeout is only a backstop at twice that.
     // Set key by key: `with_client_options` would replace the client options, and with
     // them `allow_http` and what `from_env` read.
-    // `FileStore::timed` ends a slow call and counts it as a timeout, so the client's own
-    // request timeout is only a backstop at twice that. They are set key by key because
-    // `with_client_options` would replace `allow_http` and what `from_env` read.
     let timeout_text = format!("{}ms", timeout.as_millis());
     let backstop_text = format!("{}ms", timeout.as_millis().saturating_mul(2));
     builder = builder
