@@ -197,11 +197,16 @@ impl ProxyHttp for FeProxy {
     where
         RequestCtx: Send + Sync,
     {
+        let downstream = matches!(e.esource(), ErrorSource::Downstream);
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
             ErrorType::ConnectNoRoute => 502,
-            // As nginx does: the FE was reached or chosen, but did not respond in time.
-            ErrorType::ReadTimedout | ErrorType::ConnectTimedout => 504,
+            // As nginx's client_body_timeout: the client stopped sending its request.
+            ErrorType::ReadTimedout if downstream => 408,
+            // The client stopped reading the response, so no error response can reach it.
+            ErrorType::WriteTimedout if downstream => 0,
+            // As nginx does: the FE was chosen but did not connect, read or respond in time.
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout | ErrorType::ConnectTimedout => 504,
             _ => match e.esource() {
                 ErrorSource::Upstream => 502,
                 ErrorSource::Downstream => match e.etype() {
@@ -215,7 +220,9 @@ impl ProxyHttp for FeProxy {
             ErrorType::ConnectNoRoute => "no healthy FE backend",
             ErrorType::ConnectTimedout => "connecting to the FE timed out",
             ErrorType::ConnectRefused => "the FE refused the connection",
+            ErrorType::ReadTimedout if downstream => "the client did not send its request in time",
             ErrorType::ReadTimedout => "the FE did not respond in time",
+            ErrorType::WriteTimedout => "the FE did not read the request in time",
             _ if code == 502 => "the FE connection failed",
             _ => "the request failed",
         };

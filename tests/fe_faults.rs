@@ -1,14 +1,16 @@
 //! Integration tests of faults around the forwarded traffic: an FE that accepts
-//! connections but never responds, request heads over the proxy's limits, and the idle
-//! bounds of downstream and upstream keep-alive connections.
+//! connections but never responds or never reads an upload, request heads over the proxy's
+//! limits, and the idle bounds of downstream and upstream keep-alive connections.
 
 mod support;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use support::fake_fe::FAKE_FE_HEADER;
 use support::http::{DEFAULT_TIMEOUT, build_request, try_raw_request, wait_for};
-use support::scripted_fe::ScriptedFe;
+use support::scripted_fe::{Reply, ScriptedFe};
 use support::{FakeFe, ProxyBuilder, ProxyProcess, RawConnection};
 
 /// How long a test waits for the proxy to forward to a new FE.
@@ -241,5 +243,126 @@ fn idle_upstream_connection_closed() {
         Duration::from_secs(5),
         "the proxy to close its idle upstream connection (idle_timeout_ms 300)",
         || !fe.is_connection_open(pooled),
+    );
+}
+
+/// `fe.write_timeout_ms` of the stalled-upload test.
+const WRITE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// `fe.read_timeout_ms` of the stalled-upload test. After a failed write Pingora still
+/// waits for the FE's response, because an FE may respond to a Stream Load before it reads the
+/// body, so the read timeout bounds the rest of the request.
+const STALLED_READ_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// Body size of the stalled upload: far more than the loopback socket buffers between the
+/// proxy and the FE hold, so the proxy's writes to the FE block.
+const STALLED_UPLOAD_BYTES: usize = 256 * 1024 * 1024;
+
+/// Sends the head and up to `total` body bytes of an upload on `stream` until the proxy
+/// stops reading or closes. Returns the body bytes written.
+fn send_upload(mut stream: TcpStream, head: Vec<u8>, total: usize) -> usize {
+    if stream.write_all(&head).is_err() {
+        return 0;
+    }
+    let chunk = vec![b'u'; 64 * 1024];
+    let mut sent = 0;
+    while sent < total {
+        let len = chunk.len().min(total - sent);
+        match stream.write(&chunk[..len]) {
+            Ok(0) | Err(_) => break,
+            Ok(written) => sent += written,
+        }
+    }
+    sent
+}
+
+#[test]
+fn fe_not_reading_upload_bounded_by_write_timeout() {
+    let fe = ScriptedFe::start("stalled-fe");
+    fe.reply_to(
+        "/api/stalled/_stream_load",
+        Reply::new("HTTP/1.1 200 OK", &[], b"").stalled(),
+    );
+    let proxy = proxy_builder()
+        .backends(&[fe.addr()])
+        .set(
+            "fe.write_timeout_ms",
+            &WRITE_TIMEOUT.as_millis().to_string(),
+        )
+        .set(
+            "fe.read_timeout_ms",
+            &STALLED_READ_TIMEOUT.as_millis().to_string(),
+        )
+        .start();
+    let ready = build_request("GET", "/api/ready", proxy.addr(), &[], b"");
+    wait_for(FE_READY_TIMEOUT, "a request through the proxy", || {
+        try_raw_request(proxy.addr(), &ready, DEFAULT_TIMEOUT).is_ok_and(|r| r.status == 200)
+    });
+
+    let stream = TcpStream::connect(proxy.addr()).expect("connect to the proxy");
+    // Bounds both sides of the client, so the test cannot hang on a wedged proxy.
+    let client_timeout = WRITE_TIMEOUT + STALLED_READ_TIMEOUT + HANG_MARGIN;
+    stream
+        .set_write_timeout(Some(client_timeout))
+        .expect("set write timeout");
+    stream
+        .set_read_timeout(Some(client_timeout))
+        .expect("set read timeout");
+    let head = format!(
+        "PUT /api/stalled/_stream_load HTTP/1.1\r\nHost: {}\r\nContent-Length: {STALLED_UPLOAD_BYTES}\r\n\r\n",
+        proxy.addr()
+    );
+    let writer_stream = stream.try_clone().expect("clone the client socket");
+    let started = Instant::now();
+    let writer = std::thread::spawn(move || {
+        send_upload(writer_stream, head.into_bytes(), STALLED_UPLOAD_BYTES)
+    });
+
+    // The proxy responds with 504 or closes the connection; either ends the read.
+    let mut answer = Vec::new();
+    let mut reader = stream;
+    let read_result = reader.read_to_end(&mut answer);
+    let elapsed = started.elapsed();
+    let sent = writer.join().expect("the upload thread panicked");
+
+    assert!(
+        elapsed < client_timeout,
+        "the stalled upload ended after {elapsed:?} with a {WRITE_TIMEOUT:?} write timeout \
+         and a {STALLED_READ_TIMEOUT:?} read timeout (read result {read_result:?})"
+    );
+    assert!(
+        sent < STALLED_UPLOAD_BYTES,
+        "all {sent} body bytes went through although the FE read none"
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 504 "),
+        "the proxy answered the stalled upload with: {answer}"
+    );
+    assert_eq!(
+        fe.requests_to("/api/stalled/_stream_load").len(),
+        1,
+        "the upload head did not reach the FE exactly once"
+    );
+    wait_for(
+        Duration::from_secs(5),
+        "the proxy to log the upstream write timeout",
+        || proxy.log_text().contains("WriteTimedout"),
+    );
+    // The client may see a reset before it reads the response, so the status is checked in
+    // the access log.
+    assert!(
+        proxy
+            .log_text()
+            .contains("\"PUT /api/stalled/_stream_load\" 504 "),
+        "the access log has no 504 line for the stalled upload"
+    );
+
+    let after = proxy.get("/api/after-stall");
+    assert_eq!(
+        after.status,
+        200,
+        "after the stalled upload: {}",
+        after.body_text()
     );
 }

@@ -27,8 +27,11 @@ const HEALTH_PATH: &str = "/api/health";
 /// server.
 const MAX_HEAD_BYTES: usize = 1024 * 1024;
 
-/// How often the accept loop checks whether it should stop.
+/// How often the accept loop and stalled connections check whether they should stop.
 const ACCEPT_POLL: Duration = Duration::from_millis(10);
+
+/// Maximum time a stalled connection is kept open unread.
+const STALL_LIMIT: Duration = Duration::from_secs(60);
 
 /// One request as it arrived.
 #[derive(Debug, Clone)]
@@ -81,6 +84,9 @@ pub struct Reply {
     pub read_body: bool,
     /// Close the connection right after the reply, without a `Connection: close` header.
     pub close_after: bool,
+    /// Never reply and never read the body: after the head, the connection stays open
+    /// unread until the FE stops or [`STALL_LIMIT`] passes.
+    pub stall: bool,
 }
 
 impl Reply {
@@ -97,7 +103,16 @@ impl Reply {
             body: body.to_vec(),
             read_body: true,
             close_after: false,
+            stall: false,
         }
+    }
+
+    /// Leaves the request body unread and never replies, like an FE that hangs while a
+    /// client uploads.
+    pub fn stalled(mut self) -> Reply {
+        self.read_body = false;
+        self.stall = true;
+        self
     }
 
     /// Leaves the request body unread.
@@ -286,6 +301,14 @@ fn serve_connection(stream: TcpStream, number: usize, state: &State) -> io::Resu
             return Ok(());
         };
         let reply = state.replies.lock().unwrap().get(request.path()).cloned();
+        if reply.as_ref().is_some_and(|r| r.stall) {
+            state.requests.lock().unwrap().push(request);
+            let started = std::time::Instant::now();
+            while !state.stopping.load(Ordering::SeqCst) && started.elapsed() < STALL_LIMIT {
+                std::thread::sleep(ACCEPT_POLL);
+            }
+            return Ok(());
+        }
         let read_body = reply.as_ref().is_none_or(|r| r.read_body);
         let has_body = !matches!(length, BodyLength::None | BodyLength::Bytes(0));
         if read_body {
