@@ -7,9 +7,8 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use md5::{Digest, Md5};
 use support::cases::{self, Expect, RequestCase};
-use support::fake_fe::FAKE_FE_HEADER;
+use support::checks::{md5_hex, run_cases, small_file_target};
 use support::http::{DEFAULT_TIMEOUT, build_request, try_raw_request};
 use support::{FakeFe, ProxyBuilder, ProxyProcess, RawConnection, RawResponse};
 
@@ -39,162 +38,8 @@ fn start_forwarding(builder: ProxyBuilder, fe: &FakeFe) -> ProxyProcess {
     proxy
 }
 
-fn md5_hex(bytes: &[u8]) -> String {
-    Md5::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 fn target_for(id: &str) -> String {
-    format!("/api/get_small_file?token={}&file_id={id}", cases::token())
-}
-
-/// Sends one case as written, with an `X-Test-Row` header that lets the fake FE's record be
-/// matched to the row.
-fn send_case(proxy: &ProxyProcess, case: &RequestCase) -> Result<RawResponse, String> {
-    let row = case.line.to_string();
-    let request = build_request(
-        &case.method,
-        &case.target,
-        proxy.addr(),
-        &[("X-Test-Row", &row)],
-        b"",
-    );
-    try_raw_request(proxy.addr(), &request, DEFAULT_TIMEOUT)
-        .map_err(|e| format!("request failed: {e}"))
-}
-
-/// Checks one response against its case; `status` is the status expected.
-fn check_case(
-    fe: &FakeFe,
-    case: &RequestCase,
-    status: Option<u16>,
-    response: &RawResponse,
-) -> Result<(), String> {
-    if let Some(status) = status
-        && response.status != status
-    {
-        return Err(format!(
-            "status {} instead of {status}, body {:?}",
-            response.status,
-            response.body_text()
-        ));
-    }
-
-    match &case.expect {
-        Expect::File(id) => check_file(response, &cases::case_file(*id)),
-        Expect::Json(body) => check_json(response, body),
-        Expect::Fe => check_forwarded(fe, case, response),
-    }
-}
-
-fn check_file(response: &RawResponse, file: &cases::CaseFile) -> Result<(), String> {
-    let disposition = format!("attachment;fileName={}", file.name);
-    let length = file.bytes.len().to_string();
-    let expected_headers = [
-        ("Content-Disposition", disposition.as_str()),
-        ("Content-Type", "application/octet-stream"),
-        ("Content-Length", length.as_str()),
-    ];
-    for (name, value) in expected_headers {
-        if response.header(name) != Some(value) {
-            let body = response.body_text();
-            return Err(format!(
-                "{name} is {:?} instead of {value:?}; body starts with {:?}",
-                response.header(name),
-                body.chars().take(120).collect::<String>()
-            ));
-        }
-    }
-    if response.body != file.bytes {
-        return Err(format!(
-            "body of {} bytes (md5 {}) is not file {} ({} bytes, md5 {})",
-            response.body.len(),
-            md5_hex(&response.body),
-            file.id,
-            file.bytes.len(),
-            md5_hex(&file.bytes)
-        ));
-    }
-    if response.header(FAKE_FE_HEADER).is_some() {
-        return Err("the answer came from the fake FE instead of the proxy".to_string());
-    }
-    Ok(())
-}
-
-fn check_json(response: &RawResponse, body: &str) -> Result<(), String> {
-    if response.body_text() != body {
-        return Err(format!(
-            "body {:?} instead of {body:?}",
-            response.body_text()
-        ));
-    }
-    let content_type = response.header("Content-Type");
-    if content_type != Some("application/json;charset=UTF-8") {
-        return Err(format!(
-            "Content-Type {content_type:?} instead of application/json;charset=UTF-8"
-        ));
-    }
-    let length = body.len().to_string();
-    if response.header("Content-Length") != Some(length.as_str()) {
-        return Err(format!(
-            "Content-Length {:?} instead of {length}",
-            response.header("Content-Length")
-        ));
-    }
-    if response.header(FAKE_FE_HEADER).is_some() {
-        return Err("the answer came from the fake FE instead of the proxy".to_string());
-    }
-    Ok(())
-}
-
-fn check_forwarded(fe: &FakeFe, case: &RequestCase, response: &RawResponse) -> Result<(), String> {
-    if response.header(FAKE_FE_HEADER) != Some(fe.name()) {
-        return Err(format!(
-            "no {FAKE_FE_HEADER}: {} header, so the FE did not answer; status {}, body {:?}",
-            fe.name(),
-            response.status,
-            response.body_text()
-        ));
-    }
-    let row = case.line.to_string();
-    let recorded = fe
-        .requests()
-        .into_iter()
-        .find(|r| r.header("x-test-row") == Some(row.as_str()));
-    match recorded {
-        None => Err("the fake FE recorded no request for this row".to_string()),
-        Some(r) if r.method != case.method || r.target != case.target => Err(format!(
-            "the FE got `{} {}` instead of `{} {}`",
-            r.method, r.target, case.method, case.target
-        )),
-        Some(_) => Ok(()),
-    }
-}
-
-/// Runs every case with `status_for` giving the expected status, and fails once with all
-/// failing rows.
-fn run_cases(proxy: &ProxyProcess, fe: &FakeFe, status_for: impl Fn(&RequestCase) -> Option<u16>) {
-    let mut failures = Vec::new();
-    let all = cases::request_cases();
-    for case in &all {
-        let result = send_case(proxy, case)
-            .and_then(|response| check_case(fe, case, status_for(case), &response));
-        if let Err(reason) = result {
-            failures.push(format!(
-                "line {} ({}): {} {}: {reason}",
-                case.line, case.why, case.method, case.target
-            ));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        all.len(),
-        failures.join("\n")
-    );
+    small_file_target(&cases::token(), id)
 }
 
 #[test]
