@@ -207,29 +207,18 @@ metrics:
         let metrics_addr = self.address_at("metrics.listen");
         let config_path = self.write_config();
         let log_path = self.dir.path().join("proxy.log");
-        let log = File::create(&log_path).expect("cannot create the proxy log file");
-        let log_for_stderr = log
-            .try_clone()
-            .expect("cannot duplicate the log file handle");
-
-        let child = self
-            .command(&config_path)
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_for_stderr))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {PROXY_BIN}: {e}"));
+        let child = LoggedChild::spawn(self.command(&config_path), log_path, "doris-fe-proxy");
         let mut process = ProxyProcess {
             child,
             dir: self.dir,
             addr,
             metrics_addr,
-            log_path,
             config_path,
         };
 
         let mut exited = None;
         let listening = wait_until(START_TIMEOUT, || {
-            if let Ok(Some(status)) = process.child.try_wait() {
+            if let Some(status) = process.child.exit_status() {
                 exited = Some(status);
                 return true;
             }
@@ -269,22 +258,118 @@ metrics:
     }
 
     fn command(&self, config_path: &Path) -> Command {
-        let mut command = Command::new(PROXY_BIN);
-        command
-            .arg("-c")
-            .arg(config_path)
-            .current_dir(self.dir.path())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null());
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("AWS_") {
-                command.env_remove(name);
-            }
-        }
+        let mut command = proxy_command(config_path, self.dir.path());
         for (name, value) in &self.env {
             command.env(name, value);
         }
         command
+    }
+}
+
+/// Returns `doris-fe-proxy -c <config_path>` run in `dir` at log level info, without the
+/// test environment's `AWS_*` variables, so that only the config sets the S3 client up.
+pub fn proxy_command(config_path: &Path, dir: &Path) -> Command {
+    let mut command = Command::new(PROXY_BIN);
+    command
+        .arg("-c")
+        .arg(config_path)
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("AWS_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// A child process whose stdout and stderr go to one log file. On drop it prints the log's
+/// tail if the test panics, and kills the process (SIGKILL by pid) if it still runs.
+pub struct LoggedChild {
+    child: Child,
+    log_path: PathBuf,
+    /// Names the process in messages.
+    name: &'static str,
+}
+
+impl LoggedChild {
+    /// Starts `command` with stdout and stderr written to a new file at `log_path`.
+    pub fn spawn(mut command: Command, log_path: PathBuf, name: &'static str) -> LoggedChild {
+        let log = File::create(&log_path)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", log_path.display()));
+        let log_for_stderr = log
+            .try_clone()
+            .expect("cannot duplicate the log file handle");
+        let child = command
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_for_stderr))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        LoggedChild {
+            child,
+            log_path,
+            name,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Returns everything the process wrote to stdout and stderr so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read(&self.log_path)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Returns the exit status if the process has exited, without waiting.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Returns whether the process still runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits up to `timeout` for the process to exit; returns its status, or `None` if it
+    /// still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Ok(None) => return None,
+                Err(e) => panic!("cannot wait for {} ({}): {e}", self.name, self.pid()),
+            }
+        }
+    }
+}
+
+impl Drop for LoggedChild {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+            eprintln!(
+                "--- last {} lines of the {} log ({}) ---\n{}",
+                tail.len(),
+                self.name,
+                self.log_path.display(),
+                tail.join("\n")
+            );
+        }
+        if self.is_running() {
+            // `Child::kill` sends SIGKILL to this child's pid only.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -319,11 +404,10 @@ fn accepts(addr: SocketAddr) -> bool {
 
 /// A running `doris-fe-proxy`; killed (SIGKILL by pid) on drop if it still runs.
 pub struct ProxyProcess {
-    child: Child,
+    child: LoggedChild,
     dir: TempDir,
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
-    log_path: PathBuf,
     config_path: PathBuf,
 }
 
@@ -340,7 +424,7 @@ impl ProxyProcess {
 
     /// Returns the process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.pid()
     }
 
     /// Returns the temporary folder with the config, the log and the default store (`store/`).
@@ -355,9 +439,7 @@ impl ProxyProcess {
 
     /// Returns everything the process wrote to stdout and stderr so far.
     pub fn log_text(&self) -> String {
-        std::fs::read(&self.log_path)
-            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-            .unwrap_or_default()
+        self.child.log_text()
     }
 
     /// Waits up to `timeout` until the log contains `needle`; returns whether it did.
@@ -424,37 +506,6 @@ impl ProxyProcess {
     /// Waits up to `timeout` for the process to exit; returns its status, or `None` if it
     /// still runs.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => return Some(status),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Ok(None) => return None,
-                Err(e) => panic!("cannot wait for doris-fe-proxy ({}): {e}", self.pid()),
-            }
-        }
-    }
-}
-
-impl Drop for ProxyProcess {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = self.log_text();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
-            eprintln!(
-                "--- last {} lines of the doris-fe-proxy log ({}) ---\n{}",
-                tail.len(),
-                self.log_path.display(),
-                tail.join("\n")
-            );
-        }
-        if let Ok(None) = self.child.try_wait() {
-            // `Child::kill` sends SIGKILL to this child's pid only.
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.child.wait_exit(timeout)
     }
 }
