@@ -117,13 +117,7 @@ fn scrape_after_every_outcome() -> Scraped {
         .fe(&fe)
         .set("small_file.token_reload_interval_ms", "200");
     let store = builder.dir().join("store");
-    let certificate = cases::case_file(STORE_ID);
-    std::fs::create_dir(store.join(STORE_ID.to_string())).unwrap();
-    std::fs::write(
-        store.join(STORE_ID.to_string()).join(&certificate.name),
-        &certificate.bytes,
-    )
-    .unwrap();
+    cases::write_store_file(&store, &cases::case_file(STORE_ID));
     let ambiguous = store.join(AMBIGUOUS_ID.to_string());
     std::fs::create_dir(&ambiguous).unwrap();
     std::fs::write(ambiguous.join("a.pem"), b"a").unwrap();
@@ -482,13 +476,7 @@ fn log_contains_no_token() {
         .set("fe.connect_timeout_ms", "500")
         .set("fe.read_timeout_ms", "1000");
     let store = builder.dir().join("store");
-    let certificate = cases::case_file(STORE_ID);
-    std::fs::create_dir(store.join(STORE_ID.to_string())).unwrap();
-    std::fs::write(
-        store.join(STORE_ID.to_string()).join(&certificate.name),
-        &certificate.bytes,
-    )
-    .unwrap();
+    cases::write_store_file(&store, &cases::case_file(STORE_ID));
     let proxy = builder.start();
     assert!(
         proxy.wait_until_forwarding_to(&fe, FE_READY_TIMEOUT),
@@ -608,13 +596,7 @@ fn token_reloads_from_version_file() {
 
     let builder = ProxyBuilder::new().set("small_file.token_reload_interval_ms", "200");
     let store = builder.dir().join("store");
-    let certificate = cases::case_file(STORE_ID);
-    std::fs::create_dir(store.join(STORE_ID.to_string())).unwrap();
-    std::fs::write(
-        store.join(STORE_ID.to_string()).join(&certificate.name),
-        &certificate.bytes,
-    )
-    .unwrap();
+    cases::write_store_file(&store, &cases::case_file(STORE_ID));
     let meta = builder.dir().join("meta");
     std::fs::create_dir(&meta).unwrap();
     let version = meta.join("VERSION");

@@ -11,21 +11,15 @@ use std::time::{Duration, Instant};
 
 use support::cases::{self, CaseFile};
 use support::checks::{
-    assert_internal_error, check_file, http_status_for, md5_hex, object_key, run_cases,
-    seed_bucket, small_file_target,
+    assert_internal_error, check_file, http_status_for, md5_hex, object_key, run_cases, seed_bucket,
 };
 use support::http::{build_request, wait_until};
 use support::relay::DelayRelay;
-use support::{FakeFe, ProxyBuilder, ProxyProcess, RawConnection, RawResponse, S3Server};
-
-/// Key prefix of the small files in the bucket.
-const PREFIX: &str = "doris/small_files";
-
-/// How long a test waits for the proxy to count a fake FE as healthy.
-const FE_READY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Timeout of one client request: long enough that only a hang reaches it.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+use support::s3_proxy::{
+    CLIENT_TIMEOUT, HANG_MARGIN, PREFIX, SMALL_FILE_PATH, assert_file, get_file, metric,
+    s3_proxy_builder, settled_metric, start_forwarding, target,
+};
+use support::{FakeFe, ProxyBuilder, ProxyProcess, RawConnection, S3Server};
 
 /// How long a test waits for a write-back to show up in the bucket.
 const WRITE_BACK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,12 +28,6 @@ const WRITE_BACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// that waits for both still finishes quickly.
 const STORE_TIMEOUT_MS: u64 = 500;
 const FE_TIMEOUT_MS: u64 = 500;
-
-/// Slack on top of the store and FE timeouts before a request counts as hung: scheduling,
-/// one object_store retry, the debug build and a loaded machine all fit in it.
-const HANG_MARGIN: Duration = Duration::from_secs(5);
-
-const SMALL_FILE_PATH: &str = "/api/get_small_file";
 
 /// Starts a fake FE that accepts the case token and, with `files`, serves the case files.
 fn start_case_fe(name: &str, files: bool) -> FakeFe {
@@ -51,79 +39,11 @@ fn start_case_fe(name: &str, files: bool) -> FakeFe {
     }
 }
 
-/// Store and FE timeout of the tests that expect S3 and the fake FE to work, in
-/// milliseconds: far above a loopback round trip, so that a loaded machine does not turn a
-/// working S3 into a timeout.
-const GENEROUS_TIMEOUT_MS: &str = "10000";
-
-/// FE health check of every test proxy. A check that times out on a loaded machine would
-/// mark a running fake FE down and leave the FE fallback without a backend, so the timeout
-/// is long and one failed check is not enough.
-const HEALTH_CHECK: &str =
-    "{ path: /api/health, interval_ms: 200, timeout_ms: 10000, consecutive_failure: 3 }";
-
-/// Returns a proxy builder with the store `s3://<bucket>/PREFIX` on `s3`, the case token,
-/// [`GENEROUS_TIMEOUT_MS`] and [`HEALTH_CHECK`].
-fn s3_proxy_builder(s3: &S3Server) -> ProxyBuilder {
-    ProxyBuilder::new()
-        .s3_store(s3, PREFIX)
-        .token_value(&cases::token())
-        .set("small_file.store_timeout_ms", GENEROUS_TIMEOUT_MS)
-        .set("small_file.fe_timeout_ms", GENEROUS_TIMEOUT_MS)
-        .set("fe.health_check", HEALTH_CHECK)
-}
-
 /// Returns `builder` with the store and FE timeouts of the outage tests.
 fn with_short_timeouts(builder: ProxyBuilder) -> ProxyBuilder {
     builder
         .set("small_file.store_timeout_ms", &STORE_TIMEOUT_MS.to_string())
         .set("small_file.fe_timeout_ms", &FE_TIMEOUT_MS.to_string())
-}
-
-fn start_forwarding(builder: ProxyBuilder, fe: &FakeFe) -> ProxyProcess {
-    let proxy = builder.fe(fe).start();
-    assert!(
-        proxy.wait_until_forwarding_to(fe, FE_READY_TIMEOUT),
-        "the proxy did not forward GET /api/health to the fake FE within {FE_READY_TIMEOUT:?}"
-    );
-    proxy
-}
-
-fn target(id: i64) -> String {
-    small_file_target(&cases::token(), &id.to_string())
-}
-
-/// Sends `GET` for file `id` on a new connection, bounded by [`CLIENT_TIMEOUT`].
-fn get_file(proxy: &ProxyProcess, id: i64) -> RawResponse {
-    let request = build_request("GET", &target(id), proxy.addr(), &[], b"");
-    support::raw_request(proxy.addr(), &request, CLIENT_TIMEOUT)
-}
-
-fn assert_file(response: &RawResponse, file: &CaseFile, what: &str) {
-    if let Err(reason) = check_file(response, file) {
-        panic!("{what}: {reason}");
-    }
-}
-
-/// Returns a metric sample, 0 when the series has not been created yet.
-fn metric(proxy: &ProxyProcess, series: &str) -> f64 {
-    proxy.metric_value(series).unwrap_or(0.0)
-}
-
-/// How long [`settled_metric`] waits for a sample to reach its expected value.
-const METRIC_SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Returns a metric sample once it equals `expected`, or the last sample read after
-/// [`METRIC_SETTLE_TIMEOUT`]. The proxy counts a request after it has written the response
-/// and counts a write-back after the object is stored, so a sample read right after the
-/// response or object arrives can lag by one.
-fn settled_metric(proxy: &ProxyProcess, series: &str, expected: f64) -> f64 {
-    let mut value = metric(proxy, series);
-    wait_until(METRIC_SETTLE_TIMEOUT, || {
-        value = metric(proxy, series);
-        value == expected
-    });
-    value
 }
 
 /// Returns whether `fe` received a `GET /api/get_small_file` for `id`.

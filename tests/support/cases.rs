@@ -63,6 +63,16 @@ pub fn read_store_file(store: &Path, id: i64) -> CaseFile {
     CaseFile { id, name, bytes }
 }
 
+/// Writes `file` into the store folder `store` as `<id>/<name>`.
+pub fn write_store_file(store: &Path, file: &CaseFile) {
+    let folder = store.join(file.id.to_string());
+    std::fs::create_dir_all(&folder)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", folder.display()));
+    let path = folder.join(&file.name);
+    std::fs::write(&path, &file.bytes)
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
 /// Reads case file `id` from [`files_dir`].
 pub fn case_file(id: i64) -> CaseFile {
     read_store_file(&files_dir(), id)

@@ -9,7 +9,8 @@
 //!   request it gets.
 //! - [`proxy`]: [`ProxyProcess`], the real `doris-fe-proxy` binary started from a YAML file
 //!   that [`ProxyBuilder`] writes with test defaults.
-//! - [`s3`]: [`S3Server`], an `s3s-fs` process that serves a folder over the S3 protocol.
+//! - [`s3`]: [`S3Server`], an `s3s-fs` process that serves a folder over the S3 protocol;
+//!   [`s3_proxy`]: the proxy setup shared by the S3 store tests.
 //! - [`cases`]: the shared small-file cases (`requests.tsv`, the case files, the token).
 //!
 //! Every server and process listens on 127.0.0.1 and is stopped when its handle is dropped,
@@ -26,6 +27,7 @@ pub mod load;
 pub mod proxy;
 pub mod relay;
 pub mod s3;
+pub mod s3_proxy;
 pub mod scripted_fe;
 pub mod second_proxy;
 pub mod streaming;
