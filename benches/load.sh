@@ -53,12 +53,8 @@ log() {
     echo "load.sh: $*" >&2
 }
 
-# Checks that $2 is an integer from $3 to $4; $1 names the variable in the message.
-check_range() {
-    local name=$1 value=$2 min=$3 max=$4
-    [[ $value =~ ^[0-9]+$ ]] || die "$name=$value is not a whole number"
-    ((value >= min && value <= max)) || die "$name=$value is out of range; use $min to $max"
-}
+# shellcheck source=benches/lib.sh
+source "$BENCHES/lib.sh"
 
 check_range LOAD_DURATION "$DURATION" 1 300
 check_range LOAD_REPEAT "$REPEAT" 1 20
@@ -99,23 +95,8 @@ UPSTREAM_PID=""
 # clean-up never signals a pid that the system may have given to another process since.
 PROXY_PID=""
 
-# Stops one process by pid with signal $2, then with KILL if it still runs after 10 seconds.
-# The proxy gets INT, which is Pingora's fast shutdown, and nginx gets TERM.
-stop_pid() {
-    local pid=$1 signal=$2
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill "-$signal" "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "pid $pid did not stop after SIG$signal within 10 s; sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
+# Stops every process started here by pid: the proxy with INT, which is Pingora's fast
+# shutdown, and nginx with TERM.
 cleanup() {
     local status=$?
     if [[ -n $PROXY_PID ]]; then
@@ -276,21 +257,6 @@ UPSTREAM_PID=$!
 nginx -p "$NGINX_DIR" -c "$NGINX_DIR/nginx.conf" -e "$NGINX_DIR/error.log" \
     >"$NGINX_DIR/stdout.log" 2>&1 &
 NGINX_PID=$!
-
-# Waits up to 15 seconds until URL $1 returns status 200. Fails early if pid $2 exits; $3
-# names the server in the message.
-wait_for_url() {
-    local url=$1 pid=$2 what=$3
-    for _ in $(seq 150); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        if curl -fsS --max-time 1 -o /dev/null "$url" 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    log "$what did not answer $url within 15 s"
-    return 1
-}
 
 wait_for_url "http://127.0.0.1:$UPSTREAM_PORT/api/health" "$UPSTREAM_PID" "upstream nginx" ||
     die "the upstream nginx did not start; its log: $(tail -n 20 "$UPSTREAM_DIR/error.log" 2>/dev/null)"

@@ -72,11 +72,8 @@ log() {
     echo "soak.sh: $(date -u +%H:%M:%S) $*" >&2
 }
 
-check_range() {
-    local name=$1 value=$2 min=$3 max=$4
-    [[ $value =~ ^[0-9]+$ ]] || die "$name=$value is not a whole number"
-    ((value >= min && value <= max)) || die "$name=$value is out of range; use $min to $max"
-}
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
 
 check_range SOAK_DURATION "$DURATION" 60 86400
 check_range SOAK_BASELINE_SECONDS "$BASELINE" 0 $((DURATION - 1))
@@ -109,22 +106,6 @@ PROXY_PID=""
 WRK_PIDS=()
 RESULT=2
 
-# Stops one process by pid with $2, then SIGKILL if it still runs after 10 seconds.
-stop_pid() {
-    local pid=$1 signal=$2
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill "-$signal" "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "pid $pid did not stop after SIG$signal within 10 s; sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
 cleanup() {
     for pid in "${WRK_PIDS[@]}"; do
         stop_pid "$pid" TERM
@@ -139,31 +120,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# Prints $1 free TCP ports on 127.0.0.1, one per line.
-free_ports() {
-    python3 - "$1" <<'EOF'
-import socket, sys
-sockets = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    sockets.append(s)
-for s in sockets:
-    print(s.getsockname()[1])
-EOF
-}
-
-# Waits up to 15 seconds until $1 returns status 200 while pid $2 runs.
-wait_for_url() {
-    local url=$1 pid=$2
-    for _ in $(seq 150); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        curl -fsS --max-time 1 -o /dev/null "$url" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
 
 # --- Build and store --------------------------------------------------------------------------
 
@@ -186,7 +142,7 @@ done
 
 # --- nginx as the FE --------------------------------------------------------------------------
 
-mapfile -t ports < <(free_ports 3)
+mapfile -t ports < <(python3 "$ROOT/benches/loadtool.py" ports 3)
 UPSTREAM_PORT=${ports[0]}
 PROXY_PORT=${ports[1]}
 METRICS_PORT=${ports[2]}
