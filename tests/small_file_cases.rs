@@ -7,8 +7,8 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use support::cases::{self, Expect, RequestCase};
-use support::checks::{md5_hex, run_cases, small_file_target};
+use support::cases;
+use support::checks::{http_status_for, md5_hex, run_cases, small_file_target};
 use support::http::{DEFAULT_TIMEOUT, build_request, try_raw_request};
 use support::{FakeFe, ProxyBuilder, ProxyProcess, RawConnection, RawResponse};
 
@@ -47,29 +47,6 @@ fn every_case_row_matches() {
     let fe = start_case_fe();
     let proxy = start_forwarding(case_proxy_builder(&fe), &fe);
     run_cases(&proxy, &fe, |case| case.status);
-}
-
-/// Returns the status that `error_status: http` sends for each FE error text.
-fn http_status_for(case: &RequestCase) -> Option<u16> {
-    let Expect::Json(body) = &case.expect else {
-        return case.status;
-    };
-    let data = serde_json::from_str::<serde_json::Value>(body)
-        .ok()
-        .and_then(|json| json["data"].as_str().map(str::to_string))
-        .unwrap_or_default();
-    if data.starts_with("Missing parameter") || data.starts_with("Invalid file id format") {
-        Some(400)
-    } else if data == "Invalid token" {
-        Some(403)
-    } else if data.starts_with("File not found") {
-        Some(404)
-    } else {
-        panic!(
-            "line {}: no HTTP status known for error {data:?}",
-            case.line
-        )
-    }
 }
 
 #[test]

@@ -80,10 +80,7 @@ impl RecordedRequest {
 
     /// Returns the value of the first header named `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        super::http::header_value(&self.headers, name)
     }
 }
 
