@@ -358,17 +358,21 @@ impl Config {
         } else {
             base_dir.to_path_buf()
         };
+
         // Pingora fills a `server` section's missing keys with its own defaults, so the
         // defaults of this file apply only where the section leaves a key out.
+        let defaults = default_server_conf();
         if server_keys.is_some_and(|keys| !keys.iter().any(|key| key == "threads")) {
-            config.server.threads = default_server_conf().threads;
+            config.server.threads = defaults.threads;
         }
-        if config.server.grace_period_seconds.is_none() {
-            config.server.grace_period_seconds = Some(5);
-        }
-        if config.server.graceful_shutdown_timeout_seconds.is_none() {
-            config.server.graceful_shutdown_timeout_seconds = Some(5);
-        }
+        let server = &mut config.server;
+        server.grace_period_seconds = server
+            .grace_period_seconds
+            .or(defaults.grace_period_seconds);
+        server.graceful_shutdown_timeout_seconds = server
+            .graceful_shutdown_timeout_seconds
+            .or(defaults.graceful_shutdown_timeout_seconds);
+
         config.listen = parse_socket_addr("listen", &config.listen_text)?;
         if let Some(metrics) = &mut config.metrics {
             metrics.listen = parse_socket_addr("metrics.listen", &metrics.listen_text)?;
@@ -376,11 +380,13 @@ impl Config {
         if let TokenConfig::VersionFile(file) = &config.small_file.token {
             config.small_file.token = TokenConfig::VersionFile(config.resolve(file));
         }
+
         config.server.pid_file = config.resolve_text(&config.server.pid_file);
         config.server.upgrade_sock = config.resolve_text(&config.server.upgrade_sock);
         if let Some(error_log) = &config.server.error_log {
             config.server.error_log = Some(config.resolve_text(error_log));
         }
+
         config.validate()?;
         Ok(config)
     }

@@ -156,15 +156,14 @@ impl ProxyHttp for FeProxy {
             return Ok(());
         };
         let client = client.to_string();
-        // A client may send the header more than once; every field is part of the list.
-        let mut forwarded_for: Vec<String> = upstream_request
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .map(|previous| String::from_utf8_lossy(previous.as_bytes()).into_owned())
-            .collect();
-        forwarded_for.push(client.clone());
-        let forwarded_for = forwarded_for.join(", ");
+        // A client may send the header more than once, and every field is part of the list.
+        // One string is built in place, because this runs for every forwarded request.
+        let mut forwarded_for = String::new();
+        for previous in upstream_request.headers.get_all("x-forwarded-for") {
+            forwarded_for.push_str(&String::from_utf8_lossy(previous.as_bytes()));
+            forwarded_for.push_str(", ");
+        }
+        forwarded_for.push_str(&client);
         upstream_request.insert_header("X-Forwarded-For", forwarded_for)?;
         upstream_request.insert_header("X-Real-IP", client)?;
         Ok(())
