@@ -230,8 +230,8 @@ http {
     uwsgi_temp_path $UPSTREAM_DIR/temp/uwsgi;
     scgi_temp_path $UPSTREAM_DIR/temp/scgi;
 
-    # The tiny upstream stands in for an FE. It returns the health response that the proxy
-    # checks for, and a short fixed body on every other path.
+    # The tiny upstream plays the FE. It returns the health response that the proxy checks
+    # for, and a short fixed body on every other path.
     server {
         listen 127.0.0.1:$UPSTREAM_PORT;
 

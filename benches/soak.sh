@@ -2,7 +2,7 @@
 # Soak test: runs the release proxy under mixed load for a long time and checks that its
 # memory and open file descriptors stay flat and that no request that should succeed fails.
 #
-# Everything runs on 127.0.0.1. An nginx server stands in for the FE: it serves the health
+# Everything runs on 127.0.0.1. An nginx server plays the FE: it serves the health
 # check, the FE's "File not found" envelope for the fallback fetch, and a short fixed body on
 # every other path. The proxy serves a local store of SOAK_IDS files of 1 to 16 KiB, all
 # cached before the load starts. One wrk process per request kind runs for SOAK_DURATION

@@ -42,9 +42,9 @@ fn decimal_digit_value(c: char) -> Option<u32> {
     if !is_decimal_digit(c) {
         return None;
     }
-    // Unicode encodes every Nd digit in runs of ten consecutive code points, 0 through 9,
-    // and some runs follow each other directly (the mathematical digits U+1D7CE..U+1D7FF),
-    // so the value is the distance from the start of the whole contiguous run, modulo 10.
+    // Unicode encodes every Nd digit in runs of ten consecutive code points, 0 through 9.
+    // Some runs follow each other directly (the mathematical digits U+1D7CE..U+1D7FF), so
+    // the value is the distance from the start of the whole contiguous run, modulo 10.
     let mut start = u32::from(c);
     while let Some(previous) = start.checked_sub(1).and_then(char::from_u32) {
         if !is_decimal_digit(previous) {

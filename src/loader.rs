@@ -122,8 +122,8 @@ impl Loader for StoreLoader {
             }),
             Ok(None) => self.load_from_fe(id, None).await,
             Err(e @ (StoreError::Ambiguous { .. } | StoreError::TooLarge { .. })) => {
-                // A bad object is an operator error that must be fixed in the store; it is
-                // logged every time so that the id is easy to find.
+                // A bad object is an operator error that must be fixed in the store, so it is
+                // logged every time and the id is easy to find.
                 log::error!("refusing to serve: {e}");
                 Err(LoadError::Invalid(e.to_string()))
             }

@@ -73,7 +73,7 @@ pub fn md5_hex(data: &[u8]) -> String {
     out
 }
 
-/// A store error. Messages name the file id; the source error may contain a local path or
+/// A store error. Messages name the file id. The source error may contain a local path or
 /// bucket name, so these messages go to the log only, never to a client.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -318,7 +318,8 @@ impl FileStore {
     }
 }
 
-/// The file name: the object's last key segment, percent-decoded as `object_store` encodes it.
+/// Returns the file name: the object's last key segment, percent-decoded as `object_store`
+/// encodes it.
 fn object_name(location: &Path) -> String {
     let raw = location.filename().unwrap_or_default();
     percent_encoding::percent_decode_str(raw)

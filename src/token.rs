@@ -99,7 +99,7 @@ impl ClusterToken {
         bool::from(current.as_ref().ct_eq(candidate.as_bytes()))
     }
 
-    /// The current token bytes, for the FE fallback request.
+    /// Returns the current token bytes, for the FE fallback request.
     pub fn snapshot(&self) -> Arc<[u8]> {
         match self.current.read() {
             Ok(guard) => Arc::clone(&guard),
@@ -107,7 +107,7 @@ impl ClusterToken {
         }
     }
 
-    /// The file to watch for changes, if the token comes from one.
+    /// Returns the file to watch for changes, if the token comes from one.
     pub fn version_file(&self) -> Option<&Path> {
         match &self.source {
             TokenConfig::VersionFile(path) => Some(path),
@@ -115,7 +115,7 @@ impl ClusterToken {
         }
     }
 
-    /// A description of the source for logs: the variable or file name, never the token.
+    /// Describes the source for logs: the variable or file name, never the token.
     pub fn source_description(&self) -> String {
         match &self.source {
             TokenConfig::Value(_) => "a literal value in the config file".to_string(),

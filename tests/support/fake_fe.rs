@@ -14,7 +14,7 @@
 //! - `GET /image?bytes=N`: N bytes of [`image_bytes`], streamed in 64 KiB chunks with a
 //!   `Content-Length`.
 //! - `PUT|POST /upload`: reads and discards the body, responds with `{"received_bytes":N}`.
-//! - `GET /hang`: never answers; the connection stays open until the server stops.
+//! - `GET /hang`: never responds; the connection stays open until the server stops.
 //! - anything else: 200 with the JSON echo `{"method":..,"target":..,"headers":{..}}`.
 //!
 //! The server runs on its own thread with its own tokio runtime, so sync and async tests
@@ -231,7 +231,7 @@ impl FakeFe {
         *self.state.health.lock().unwrap() = Some(health);
     }
 
-    /// When `true`, every request is recorded and then never answered: an FE that accepts
+    /// When `true`, every request is recorded and gets no response: an FE that accepts
     /// connections but hangs.
     pub fn set_hang_all(&self, hang: bool) {
         self.state.hang_all.store(hang, Ordering::SeqCst);

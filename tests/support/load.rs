@@ -1,8 +1,8 @@
 //! A steady, paced request load from several client threads, for the restart tests.
 //!
 //! Every request carries a unique tag (`seq=<tag>` at the end of its query). The proxy's
-//! access log writes the target of every request it read, and the fake FE records every
-//! target it got, so a test can find out afterwards whether a proxy process or the fake FE
+//! access log contains the target of every request it read, and the fake FE records every
+//! target it got. A test can so find out afterwards whether a proxy process or the fake FE
 //! saw a request that failed on the client side.
 //!
 //! Each client thread uses one [`ConnectionMode`]. A keep-alive client retries a request
